@@ -1,0 +1,120 @@
+"""The decoder: token embeddings, n_layers pre-norm blocks, a final norm and the output layer."""
+
+import math
+
+import torch
+from torch import nn
+
+from .args import ModelArgs
+from .attention import Attention
+from .layers import FeedForward, RMSNorm, ffn_hidden_dim
+from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding
+
+
+class TransformerBlock(nn.Module):
+    """x + attention(norm(x)), then h + feed_forward(norm(h))."""
+
+    def __init__(self, layer_id: int, args: ModelArgs):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(
+            args.dim, ffn_hidden_dim(args.dim, args.multiple_of, args.ffn_dim_multiplier), args.dropout
+        )
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    def forward(self, x, rope, start_pos=None, mask=None):
+        """x: [B, T, dim] -> [B, T, dim]; the other arguments are Attention.forward's."""
+        h = x + self.attention(self.attention_norm(x), rope, start_pos, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """A LLaMA-style language model with Meta's weight names."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.rope = RotaryEmbedding(args) if args.pos_embedding == "rope" else None
+        if args.pos_embedding == "learned":
+            self.pos_embeddings = LearnedPositionEmbedding(args.max_seq_len, args.dim)
+        elif args.pos_embedding == "sinusoidal":
+            self.pos_embeddings = SinusoidalPositionEmbedding(args.max_seq_len, args.dim)
+        else:
+            self.pos_embeddings = None
+        self.dropout = nn.Dropout(args.dropout)
+        self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2's scheme, as llama2.c uses it: normal(0, 0.02) everywhere, and the two
+        projections that write into the residual stream (wo, w2) scaled by 1/sqrt(2 * n_layers)
+        so the stream's variance does not grow with depth. Norm weights start at one."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding, LearnedPositionEmbedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        residual_std = 0.02 / math.sqrt(2 * self.args.n_layers)
+        for layer in self.layers:
+            nn.init.normal_(layer.attention.wo.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(layer.feed_forward.w2.weight, mean=0.0, std=residual_std)
+
+    def forward(self, tokens: torch.Tensor, start_pos: int | None = None) -> torch.Tensor:
+        """tokens: [B, T] int -> logits [B, T, vocab_size] (float32 unless autocast says otherwise).
+
+        start_pos=None: a full causal pass over positions 0..T-1 that touches no cache.
+        start_pos=k: tokens sit at positions k..k+T-1; their keys and values are written into the
+        KV cache, and attention reads the cache up to k+T.
+        """
+        batch, length = tokens.shape
+        first = self._check_positions(batch, length, start_pos)
+        h = self.tok_embeddings(tokens)
+        if self.pos_embeddings is not None:
+            h = h + self.pos_embeddings(first, length).to(h.dtype)
+        h = self.dropout(h)
+        rope = self.rope(first, length) if self.rope is not None else None
+        mask = None
+        if first > 0 and length > 1:  # a chunk after the prefill: query i sees keys 0..first+i
+            keys = torch.arange(first + length, device=tokens.device)
+            mask = keys[None, :] <= (first + torch.arange(length, device=tokens.device))[:, None]
+        for layer in self.layers:
+            h = layer(h, rope, start_pos, mask)
+        return self.output(self.norm(h))
+
+    def _check_positions(self, batch: int, length: int, start_pos: int | None) -> int:
+        """Raise a clear ValueError for positions or a batch the model cannot serve; return the first position."""
+        first = 0 if start_pos is None else start_pos
+        if first < 0:
+            raise ValueError(f"start_pos must be >= 0, got {start_pos}")
+        if first + length > self.args.max_seq_len:
+            raise ValueError(
+                f"positions {first}..{first + length - 1} exceed max_seq_len={self.args.max_seq_len}; "
+                "use a shorter input or a model built with a larger max_seq_len"
+            )
+        if start_pos is not None and batch > self.args.max_batch_size:
+            raise ValueError(
+                f"batch of {batch} exceeds the KV cache's max_batch_size={self.args.max_batch_size}; "
+                "build the model with a larger max_batch_size"
+            )
+        return first
+
+    def reset_cache(self) -> None:
+        """Drop every layer's KV cache; the next forward with start_pos allocates a fresh one."""
+        for layer in self.layers:
+            layer.attention.cache = None
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (a tied output layer is not counted twice)."""
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.tok_embeddings.weight.numel()
+            if isinstance(self.pos_embeddings, LearnedPositionEmbedding):
+                total -= self.pos_embeddings.weight.numel()
+        return total
