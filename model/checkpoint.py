@@ -25,7 +25,13 @@ from safetensors.torch import load_file, save_file
 from .args import ModelArgs
 from .transformer import Transformer
 
-WEIGHTS, CONFIG, TOKENIZER, OPTIMIZER, STATE = "model.safetensors", "config.json", "tokenizer.model", "optimizer.pt", "state.json"
+WEIGHTS, CONFIG, TOKENIZER, OPTIMIZER, STATE = (
+    "model.safetensors",
+    "config.json",
+    "tokenizer.model",
+    "optimizer.pt",
+    "state.json",
+)
 CHECKPOINTS = "checkpoints"
 
 
