@@ -84,25 +84,31 @@ def parse_overrides(tokens: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def load(
-    sections: dict[str, type], config_file: str | Path | None, overrides: list[str] = (), ignore_sections: bool = False
-) -> dict[str, object]:
-    """Fill each section's dataclass from the TOML file (defaults where it is silent), then the overrides.
+def read_toml(config_file: str | Path) -> dict:
+    path = Path(config_file)
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"config file {path} does not exist (shipped configs in {CONFIG_DIR}: {known})")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
 
-    sections: {'model': ModelArgs, 'data': DataConfig, ...}. Returns {'model': ModelArgs(...), ...}.
-    A section of the file that is not in `sections` is an error, so a typo never goes unnoticed,
+
+def load(
+    sections: dict[str, type], base: str | Path | dict | None, overrides: list[str] = (), ignore_sections: bool = False
+) -> dict[str, object]:
+    """Fill each section's dataclass from `base` (defaults where it is silent), then the overrides.
+
+    sections: {'model': ModelArgs, 'data': DataConfig, ...}; base: a TOML file, or an already
+    parsed {section: {key: value}} (a checkpoint's config.json). Returns {'model': ModelArgs(...), ...}.
+    A section of the base that is not in `sections` is an error, so a typo never goes unnoticed,
     unless `ignore_sections` (a tool that reads one section of a training config).
     """
     values: dict[str, dict] = {name: {} for name in sections}
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.toml")))
-            raise ConfigError(f"config file {path} does not exist (shipped configs in {CONFIG_DIR}: {known})")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    path = "the config" if isinstance(base, dict) else base
+    if base is not None:
+        data = base if isinstance(base, dict) else read_toml(base)
         for section, table in data.items():
             if ignore_sections and section not in sections:
                 continue

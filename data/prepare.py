@@ -11,6 +11,7 @@ temporary names and renamed when complete, and meta.json last, so an interrupted
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -109,13 +110,15 @@ def prepare(cfg: DataConfig, quiet: bool = False) -> Path:
                 f"set --data.vocab_size {tokenizer.vocab_size}"
             )
     else:
+        stories = source.batches("train", limit=cfg.tokenizer_train_stories)
+        first = next(stories)  # an unreachable or empty source fails here, before anything is said
         if not quiet:
             print(
                 f"training a {cfg.vocab_size}-token tokenizer on up to {cfg.tokenizer_train_stories:,} stories",
                 file=sys.stderr,
             )
         tokenizer = train_tokenizer(
-            source.batches("train", limit=cfg.tokenizer_train_stories),
+            itertools.chain([first], stories),
             cfg.vocab_size,
             out / "tokenizer.model",
             cfg.num_proc,

@@ -1,5 +1,6 @@
 """The decoder: token embeddings, n_layers pre-norm blocks, a final norm and the output layer."""
 
+import dataclasses
 import math
 
 import torch
@@ -105,10 +106,14 @@ class Transformer(nn.Module):
             )
         return first
 
-    def reset_cache(self) -> None:
-        """Drop every layer's KV cache; the next forward with start_pos allocates a fresh one."""
+    def reset_cache(self, max_batch_size: int | None = None) -> None:
+        """Drop every layer's KV cache; the next forward with start_pos allocates a fresh one,
+        with room for max_batch_size rows when given (args.max_batch_size otherwise)."""
+        if max_batch_size is not None:
+            self.args = dataclasses.replace(self.args, max_batch_size=max_batch_size)
         for layer in self.layers:
             layer.attention.cache = None
+            layer.attention.max_batch_size = self.args.max_batch_size
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameters counted once (a tied output layer is not counted twice)."""
