@@ -17,12 +17,19 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, start_pos, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, n_kv_heads, T, head_dim] at positions start_pos..start_pos+T-1.
 
-        Returns every key and value so far: two [B, n_kv_heads, start_pos+T, head_dim].
+        start_pos an int: returns the keys and values so far, [B, n_kv_heads, start_pos+T, head_dim].
+        start_pos a 0-d tensor (one token, the static-shape decode step): returns the whole cache,
+        [B, n_kv_heads, max_seq_len, head_dim], for the caller to mask, so shapes never change.
         """
-        batch, end = k.shape[0], start_pos + k.shape[2]
+        batch = k.shape[0]
+        if isinstance(start_pos, torch.Tensor):
+            self.k[:batch].index_copy_(2, start_pos.view(1), k)
+            self.v[:batch].index_copy_(2, start_pos.view(1), v)
+            return self.k[:batch], self.v[:batch]
+        end = start_pos + k.shape[2]
         self.k[:batch, :, start_pos:end] = k
         self.v[:batch, :, start_pos:end] = v
         return self.k[:batch, :, :end], self.v[:batch, :, :end]
@@ -50,16 +57,18 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        start_pos: int | None = None,
+        start_pos: int | torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: [B, T, dim] -> [B, T, dim].
 
         rope: cos, sin [T, head_dim // 2] for these positions, or None without RoPE.
         start_pos: None for a full causal pass that touches no cache; otherwise the position of
-        x's first token, whose keys and values go into the cache.
-        mask: [T, start_pos + T] bool (True = may attend) for a chunk of several tokens that
-        starts past position 0; None otherwise (plain causal attention).
+        x's first token, whose keys and values go into the cache (a 0-d tensor in the static
+        decode step, see KVCache.update).
+        mask: bool (True = may attend), [T, start_pos + T] for a chunk of several tokens that
+        starts past position 0, [1, max_seq_len] in the static decode step; None otherwise
+        (plain causal attention).
         """
         batch, length, _ = x.shape
         q = self.wq(x).view(batch, length, self.n_heads, self.head_dim)

@@ -51,6 +51,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        self._decode_step = None  # see use_static_decode
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -76,6 +77,8 @@ class Transformer(nn.Module):
         """
         batch, length = tokens.shape
         first = self._check_positions(batch, length, start_pos)
+        if self._decode_step is not None and length == 1 and start_pos is not None:
+            return self._decode_step(tokens, torch.tensor(start_pos, device=tokens.device))
         h = self.tok_embeddings(tokens)
         if self.pos_embeddings is not None:
             h = h + self.pos_embeddings(first, length).to(h.dtype)
@@ -88,6 +91,28 @@ class Transformer(nn.Module):
         for layer in self.layers:
             h = layer(h, rope, start_pos, mask)
         return self.output(self.norm(h))
+
+    def static_decode_step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """One token per row at position `pos` (a 0-d tensor): tokens [B, 1] -> logits [B, 1, vocab].
+
+        Every shape is fixed (attention reads the whole cache under a mask), so torch.compile can
+        turn the step into one CUDA graph that is replayed for every token, as gpt-fast does.
+        Positions are not checked here; forward checks them before calling it.
+        """
+        h = self.tok_embeddings(tokens)
+        if self.pos_embeddings is not None:
+            table = self.pos_embeddings.weight if self.args.pos_embedding == "learned" else self.pos_embeddings.table
+            h = h + table[pos].to(h.dtype)
+        rope = (self.rope.cos[pos][None], self.rope.sin[pos][None]) if self.rope is not None else None
+        mask = (torch.arange(self.args.max_seq_len, device=tokens.device) <= pos)[None, :]
+        for layer in self.layers:
+            h = layer(h, rope, pos, mask)
+        return self.output(self.norm(h))
+
+    def use_static_decode(self, compile: bool = True) -> None:
+        """Route one-token forwards through static_decode_step, compiled (CUDA graphs on GPU) unless told not to."""
+        step = self.static_decode_step
+        self._decode_step = torch.compile(step, mode="reduce-overhead", fullgraph=True) if compile else step
 
     def _check_positions(self, batch: int, length: int, start_pos: int | None) -> int:
         """Raise a clear ValueError for positions or a batch the model cannot serve; return the first position."""
