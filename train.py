@@ -18,7 +18,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import configs
@@ -32,6 +31,7 @@ from model.sampling import generate
 from training import distributed
 from training.config import DEFAULT_CONFIG, load_run_config
 from training.flops import flops_per_token, peak_flops
+from training.loss import next_token_loss
 from training.metrics import MetricsLog
 from training.optimizer import build_optimizer
 from training.schedule import learning_rate
@@ -142,11 +142,11 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
-def evaluate(model, batches, autocast) -> float:
+def evaluate(loss_of, model, batches, autocast) -> float:
     """Mean loss over the fixed validation batches (every process evaluates all of them)."""
     model.eval()
     with torch.no_grad(), autocast:
-        losses = [F.cross_entropy(model(x).flatten(0, 1), y.flatten()) for x, y in batches]
+        losses = [loss_of(model, x, y) for x, y in batches]
     model.train()
     return torch.stack(losses).mean().item()
 
@@ -191,7 +191,7 @@ def train(args, overrides) -> int:
     elif tcfg.init_from:
         distributed.load_full_state(raw, None, initial_weights(tcfg.init_from, raw))
     use_compile = tcfg.compile if tcfg.compile is not None else device.type == "cuda"
-    forward = torch.compile(model) if use_compile else model
+    loss_of = torch.compile(next_token_loss) if use_compile else next_token_loss
 
     if args.overwrite and d.is_main:
         shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
@@ -226,7 +226,7 @@ def train(args, overrides) -> int:
         for micro in range(accum):
             x, y = (t.to(device, non_blocking=True) for t in batches.get(step, micro))
             with distributed.no_sync(model, sync=micro == accum - 1), autocast:
-                loss = F.cross_entropy(forward(x).flatten(0, 1), y.flatten()) / accum
+                loss = loss_of(model, x, y) / accum
             loss.backward()
             loss_sum += loss.detach()
         loss_value, stop = distributed.step_summary(loss_sum, bool(stop_requested), d)
@@ -266,7 +266,7 @@ def train(args, overrides) -> int:
                     loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{speed:,.0f}", mfu=f"{mfu:.2f}" if mfu else "-"
                 )
             if step % tcfg.eval_interval == 0 or last:
-                row = {"step": step, "tokens": tokens_seen, "val_loss": evaluate(forward, val, autocast)}
+                row = {"step": step, "tokens": tokens_seen, "val_loss": evaluate(loss_of, model, val, autocast)}
                 if tcfg.sample_tokens > 0:
                     row["sample"] = sample_story(
                         raw, tokenizer, tcfg.sample_prompt, tcfg.sample_tokens, tcfg.seed, autocast

@@ -9,8 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .transformer import Transformer
+
+PAD = -1  # marks the slots of a row that its prompt does not fill
+DONE_CHECK_EVERY = 8
 
 
 @dataclass
@@ -53,7 +57,83 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def decode_attention_backends():
+    """SDPA kernels for decoding: not cuDNN's, which builds a new plan for every key length and so
+    costs ~50 ms per token (measured on an H100, torch 2.11; benchmarks/RESULTS.md)."""
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 @torch.inference_mode()
+def generate_tokens(
+    model: Transformer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    on_step: Callable[[list[int]], None] | None = None,
+) -> list[tuple[list[int], str]]:
+    """Continue each prompt (a list of token ids); all rows are decoded together as one batch.
+
+    Meta's scheme for prompts of different lengths: the first forward prefills every row up to the
+    shortest prompt (start_pos=0); then each step feeds one token per row with start_pos = its
+    position, where a row still inside its prompt takes its next prompt token instead of the
+    sample. A row stops at eos_id (unless None), after max_new_tokens, or at the model's
+    max_seq_len. on_step(row 0's new tokens so far) is called after each step, for streaming.
+    Returns, per row, (new tokens without the eos, why it stopped: "eos" | "max_new_tokens" | "max_seq_len").
+    """
+    check_sampling(temperature, top_k, top_p)
+    device = next(model.parameters()).device
+    max_seq_len = model.args.max_seq_len
+    longest = max(len(p) for p in prompts)
+    if longest >= max_seq_len:
+        raise ValueError(f"a prompt of {longest} tokens leaves no room in max_seq_len={max_seq_len}; shorten it")
+    if model.args.max_batch_size < len(prompts) or model.layers[0].attention.cache is None:
+        model.reset_cache(len(prompts))
+    total = min(max_seq_len, longest + max_new_tokens)
+    tokens = torch.full((len(prompts), total), PAD, dtype=torch.long, device=device)
+    for row, ids in enumerate(prompts):
+        tokens[row, : len(ids)] = torch.tensor(ids, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+
+    is_prompt = tokens != PAD
+    lengths = torch.tensor([len(ids) for ids in prompts], device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    with decode_attention_backends():
+        prev = 0
+        for pos in range(min(len(p) for p in prompts), total):
+            logits = model(tokens[:, prev:pos], start_pos=prev)[:, -1]
+            chosen = sample_next(logits, temperature, top_k, top_p, generator)
+            chosen = torch.where(is_prompt[:, pos], tokens[:, pos], chosen)
+            tokens[:, pos] = chosen
+            new = ~is_prompt[:, pos]
+            done |= new & (pos + 1 - lengths >= max_new_tokens)
+            if eos_id is not None:
+                done |= new & (chosen == eos_id)
+            prev = pos
+            if on_step is not None:
+                on_step(_new_tokens(tokens[0, : pos + 1].tolist(), len(prompts[0]), eos_id))
+            # asking the GPU whether all rows are done waits for it; do so every few tokens only
+            # (finished rows decode a few extra tokens, cut off below)
+            if (on_step is not None or pos % DONE_CHECK_EVERY == 0) and done.all():
+                break
+
+    results = []
+    for row, ids in enumerate(prompts):
+        end = min(len(ids) + max_new_tokens, total)
+        new = _new_tokens(tokens[row, :end].tolist(), len(ids), eos_id)
+        if len(new) < end - len(ids):
+            stop = "eos"
+        elif len(new) == max_new_tokens:
+            stop = "max_new_tokens"
+        else:
+            stop = "max_seq_len"
+        results.append((new, stop))
+    return results
+
+
 def generate(
     model: Transformer,
     tokenizer,
@@ -66,67 +146,19 @@ def generate(
     stop_at_eos: bool = True,
     on_step: Callable[[list[int]], None] | None = None,
 ) -> list[Completion]:
-    """Complete each prompt; all of them are decoded together as one batch.
-
-    Meta's scheme for prompts of different lengths: the first forward prefills every row up to the
-    shortest prompt (start_pos=0); then each step feeds one token per row with start_pos = its
-    position, where a row still inside its prompt takes its next prompt token instead of the
-    sample. A row stops at eos, after max_new_tokens, or at the model's max_seq_len.
-    on_step(row 0's new tokens so far) is called after each step, for streaming.
-    """
-    check_sampling(temperature, top_k, top_p)
-    device = next(model.parameters()).device
+    """Complete text prompts (each starts with bos); generate_tokens does the work."""
     encoded = [[tokenizer.bos_id] + tokenizer.encode(p) for p in prompts]
-    max_seq_len = model.args.max_seq_len
-    longest = max(len(t) for t in encoded)
-    if longest >= max_seq_len:
-        raise ValueError(f"a prompt of {longest} tokens leaves no room in max_seq_len={max_seq_len}; shorten it")
-    if model.args.max_batch_size < len(prompts) or model.layers[0].attention.cache is None:
-        model.reset_cache(max(len(prompts), 1))
-    total = min(max_seq_len, longest + max_new_tokens)
-    pad = -1
-    tokens = torch.full((len(prompts), total), pad, dtype=torch.long, device=device)
-    for row, ids in enumerate(encoded):
-        tokens[row, : len(ids)] = torch.tensor(ids, device=device)
-    is_prompt = tokens != pad
-    lengths = torch.tensor([len(ids) for ids in encoded], device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-
-    prev = 0
-    for pos in range(min(len(t) for t in encoded), total):
-        logits = model(tokens[:, prev:pos], start_pos=prev)[:, -1]
-        chosen = sample_next(logits, temperature, top_k, top_p, generator)
-        chosen = torch.where(is_prompt[:, pos], tokens[:, pos], chosen)
-        tokens[:, pos] = chosen
-        new = ~is_prompt[:, pos]
-        done |= new & (pos + 1 - lengths >= max_new_tokens)
-        if stop_at_eos:
-            done |= new & (chosen == tokenizer.eos_id)
-        prev = pos
-        if on_step is not None:
-            on_step(_new_tokens(tokens[0, : pos + 1].tolist(), len(encoded[0]), tokenizer.eos_id, stop_at_eos))
-        if done.all():
-            break
-
+    eos_id = tokenizer.eos_id if stop_at_eos else None
+    results = generate_tokens(model, encoded, max_new_tokens, temperature, top_k, top_p, seed, eos_id, on_step)
     completions = []
-    for row, ids in enumerate(encoded):
-        full = tokens[row].tolist()
-        end = min(len(ids) + max_new_tokens, total)
-        new = _new_tokens(full[:end], len(ids), tokenizer.eos_id, stop_at_eos)
-        if stop_at_eos and len(new) < end - len(ids):
-            stop = "eos"
-        elif len(new) == max_new_tokens:
-            stop = "max_new_tokens"
-        else:
-            stop = "max_seq_len"
+    for ids, (new, stop) in zip(encoded, results, strict=True):
         prompt_text = tokenizer.decode(ids[1:])  # decoded together, so a leading space of the first new piece stays
         completions.append(Completion(ids, new, tokenizer.decode(ids[1:] + new)[len(prompt_text) :], stop))
     return completions
 
 
-def _new_tokens(row: list[int], prompt_len: int, eos_id: int, stop_at_eos: bool) -> list[int]:
+def _new_tokens(row: list[int], prompt_len: int, eos_id: int | None) -> list[int]:
     """A row's generated tokens, cut before the first eos (and before any unfilled slot)."""
     new = row[prompt_len:]
-    cut = [i for i, t in enumerate(new) if t == -1 or (stop_at_eos and t == eos_id)]
+    cut = [i for i, t in enumerate(new) if t in (PAD, eos_id)]
     return new[: cut[0]] if cut else new

@@ -100,10 +100,11 @@ class Transformer(nn.Module):
         Positions are not checked here; forward checks them before calling it.
         """
         h = self.tok_embeddings(tokens)
+        at = pos.view(1)  # index_select, not table[pos]: a tensor index would make the shape data-dependent
         if self.pos_embeddings is not None:
             table = self.pos_embeddings.weight if self.args.pos_embedding == "learned" else self.pos_embeddings.table
-            h = h + table[pos].to(h.dtype)
-        rope = (self.rope.cos[pos][None], self.rope.sin[pos][None]) if self.rope is not None else None
+            h = h + table.index_select(0, at).to(h.dtype)
+        rope = (self.rope.cos.index_select(0, at), self.rope.sin.index_select(0, at)) if self.rope is not None else None
         mask = (torch.arange(self.args.max_seq_len, device=tokens.device) <= pos)[None, :]
         for layer in self.layers:
             h = layer(h, rope, pos, mask)
