@@ -23,6 +23,7 @@ class ModelArgs:
     vocab_size: int = 32000
     multiple_of: int = 32  # the SwiGLU hidden size is rounded up to a multiple of this
     ffn_dim_multiplier: float | None = None
+    hidden_dim: int | None = None  # the SwiGLU width given outright (imported models); None: LLaMA's rule
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     max_batch_size: int = 32  # KV cache rows
