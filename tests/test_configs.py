@@ -8,7 +8,7 @@ import configs
 from model import Transformer
 from training.config import load_run_config
 
-CONFIGS = sorted(configs.CONFIG_DIR.glob("*.toml"))
+CONFIGS = sorted(configs.CONFIG_DIR.rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -58,3 +58,12 @@ def test_bad_files(tmp_path: Path):
     (tmp_path / "c.toml").write_text('[model]\ndim = "wide"\n')
     with pytest.raises(configs.ConfigError, match="model.dim must be an integer, got 'wide'"):
         load_run_config(tmp_path / "c.toml", [])
+
+
+def test_the_compare_configs_differ_only_in_the_position_embedding():
+    loaded = {p.stem: configs.as_dict(load_run_config(p, [])) for p in (configs.CONFIG_DIR / "compare").glob("*.toml")}
+    assert sorted(loaded) == ["learned", "none", "rope", "sinusoidal"]
+    for name, cfg in loaded.items():
+        assert cfg["model"].pop("pos_embedding") == name
+    first = next(iter(loaded.values()))
+    assert all(cfg == first for cfg in loaded.values())
