@@ -22,7 +22,9 @@ from model import checkpoint as ckpt
 from model.layers import ffn_hidden_dim
 
 from . import ExportError
-from .safetensors_stream import write_streaming
+from .safetensors_stream import DTYPES, write_streaming
+
+DTYPE_OF = {name: dtype for dtype, name in DTYPES.items()}  # safetensors' dtype names -> torch
 
 LAYER_NAMES = {  # ours -> Hugging Face, per layer
     "attention.wq.weight": "self_attn.q_proj.weight",
@@ -59,6 +61,15 @@ def halves_to_interleaved(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """The inverse of interleaved_to_halves."""
     rows, dim = weight.shape
     return weight.view(n_heads, 2, rows // n_heads // 2, dim).transpose(1, 2).reshape(rows, dim)
+
+
+def permute_rope_rows(name: str, tensor: torch.Tensor, args: ModelArgs, permute) -> torch.Tensor:
+    """Apply `permute` (one of the two above) to wq and wk; every other tensor passes as it is."""
+    if name.endswith("attention.wq.weight"):
+        return permute(tensor, args.n_heads)
+    if name.endswith("attention.wk.weight"):
+        return permute(tensor, args.kv_heads)
+    return tensor
 
 
 def hf_config(args: ModelArgs, dtype: torch.dtype) -> dict:
@@ -156,18 +167,11 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False, 
     except (SafetensorError, OSError) as e:
         raise ckpt.CheckpointError(f"{folder / ckpt.WEIGHTS} is corrupt or truncated ({e})") from None
     names = [n for n in source.keys() if n != "output.weight" or not args.tie_embeddings]
-    first = source.get_slice(names[0])
-    dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}[first.get_dtype()]
+    dtype = DTYPE_OF[source.get_slice(names[0]).get_dtype()]
 
     def load(hf: str) -> torch.Tensor:
-        ours = by_hf[hf]
-        tensor = source.get_tensor(ours)
-        if ours.endswith("attention.wq.weight"):
-            tensor = interleaved_to_halves(tensor, args.n_heads)
-        elif ours.endswith("attention.wk.weight"):
-            tensor = interleaved_to_halves(tensor, args.kv_heads)
         progress.update(1)
-        return tensor
+        return permute_rope_rows(by_hf[hf], source.get_tensor(by_hf[hf]), args, interleaved_to_halves)
 
     by_hf = {hf_name(n): n for n in names}
     specs = [(hf_name(n), tuple(source.get_slice(n).get_shape()), dtype) for n in names]
@@ -240,7 +244,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, overwrite: bool = False, quie
     if not (hf_dir / "tokenizer.model").is_file():
         raise ExportError(f"{hf_dir} has no tokenizer.model; only sentencepiece tokenizers can be imported")
     files = _hf_shards(hf_dir)
-    ours = [n for n in _our_names(args)]
+    ours = _our_names(args)
     missing = [hf_name(n) for n in ours if hf_name(n) not in files]
     if missing:
         raise ExportError(
@@ -249,25 +253,19 @@ def import_hf(hf_dir: str | Path, out: str | Path, overwrite: bool = False, quie
 
     handles: dict[Path, object] = {}
 
-    def load(name: str) -> torch.Tensor:
+    def shard_of(name: str):
         path = files[hf_name(name)]
         if path not in handles:
             handles[path] = safe_open(path, framework="pt")
-        tensor = handles[path].get_tensor(hf_name(name))
-        if name.endswith("attention.wq.weight"):
-            tensor = halves_to_interleaved(tensor, args.n_heads)
-        elif name.endswith("attention.wk.weight"):
-            tensor = halves_to_interleaved(tensor, args.kv_heads)
+        return handles[path]
+
+    def load(name: str) -> torch.Tensor:
         progress.update(1)
-        return tensor
+        return permute_rope_rows(name, shard_of(name).get_tensor(hf_name(name)), args, halves_to_interleaved)
 
     def spec(name: str):
-        path = files[hf_name(name)]
-        if path not in handles:
-            handles[path] = safe_open(path, framework="pt")
-        piece = handles[path].get_slice(hf_name(name))
-        dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}[piece.get_dtype()]
-        return name, tuple(piece.get_shape()), dtype
+        piece = shard_of(name).get_slice(hf_name(name))
+        return name, tuple(piece.get_shape()), DTYPE_OF[piece.get_dtype()]
 
     with _Output(Path(out), overwrite) as tmp, tqdm(total=len(ours), desc="importing", disable=quiet) as progress:
         write_streaming(tmp / ckpt.WEIGHTS, [spec(n) for n in ours], load)
