@@ -77,7 +77,9 @@ class Transformer(nn.Module):
         batch, length = tokens.shape
         first = self._check_positions(batch, length, start_pos)
         if self._decode_step is not None and length == 1 and start_pos is not None:
-            return self._decode_step(tokens, torch.tensor(start_pos, device=tokens.device))
+            # a view into a tensor already on the device: torch.tensor(start_pos, device=...) would copy
+            # from the host and so wait for the GPU at every token
+            return self._decode_step(tokens, self.decode_positions[start_pos])
         h = self.tok_embeddings(tokens)
         if self.pos_embeddings is not None:
             h = h + self.pos_embeddings(first, length).to(h.dtype)
@@ -111,6 +113,8 @@ class Transformer(nn.Module):
 
     def use_static_decode(self, compile: bool = True) -> None:
         """Route one-token forwards through static_decode_step, compiled (CUDA graphs on GPU) unless told not to."""
+        device = self.tok_embeddings.weight.device
+        self.register_buffer("decode_positions", torch.arange(self.args.max_seq_len, device=device), persistent=False)
         step = self.static_decode_step
         self._decode_step = torch.compile(step, mode="reduce-overhead", fullgraph=True) if compile else step
 
