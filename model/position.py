@@ -88,7 +88,14 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidalPositionEmbedding(Float32Table):
-    """Fixed absolute embeddings added to the token embeddings: buffer table [max_seq_len, dim]."""
+    """Fixed absolute embeddings added to the token embeddings: buffer table [max_seq_len, dim].
+
+    The table is scaled so each component has the RMS of a freshly initialised token embedding
+    (0.02). Raw sines (RMS 0.71) would drown the token identities at the start of training;
+    Vaswani et al. strike the same balance the other way, multiplying embeddings by sqrt(dim).
+    """
+
+    SCALE = 0.02 * math.sqrt(2)
 
     def __init__(self, max_seq_len: int, dim: int):
         super().__init__()
@@ -96,7 +103,8 @@ class SinusoidalPositionEmbedding(Float32Table):
         self.build(None)
 
     def build(self, device):
-        self.register_buffer("table", sinusoidal_table(self.max_seq_len, self.dim).to(device), persistent=False)
+        table = self.SCALE * sinusoidal_table(self.max_seq_len, self.dim)
+        self.register_buffer("table", table.to(device), persistent=False)
 
     def forward(self, start: int, length: int) -> torch.Tensor:
         """[length, dim] for positions start..start+length-1."""

@@ -89,3 +89,14 @@ def test_table_stays_float32_when_the_model_is_cast():
     assert rope.cos.dtype == torch.float32
     cos, _ = rope(4000, 1)
     assert math.isclose(cos[0, 0].item(), math.cos(4000), abs_tol=1e-3)
+
+
+def test_sinusoidal_table_is_vaswanis_at_the_embeddings_scale():
+    from model.position import SinusoidalPositionEmbedding
+
+    table = SinusoidalPositionEmbedding(50, 16).table.double()
+    pos, i = torch.arange(50, dtype=torch.float64)[:, None], torch.arange(8, dtype=torch.float64)[None, :]
+    angle = pos / 10000 ** (2 * i / 16)  # Attention Is All You Need, section 3.5
+    assert torch.allclose(table[:, 0::2], 0.02 * math.sqrt(2) * torch.sin(angle), atol=1e-7)
+    assert torch.allclose(table[:, 1::2], 0.02 * math.sqrt(2) * torch.cos(angle), atol=1e-7)
+    assert abs(table.pow(2).mean().sqrt().item() - 0.02) < 1e-3  # the RMS of a new token embedding
