@@ -44,23 +44,23 @@ def label(variant: str, method: str) -> str:
 
 def plot_positions(evaluations: dict[str, list[list[LengthResult]]], context: int, path: Path) -> None:
     """Loss at each position of the longest window each variant can read, averaged over seeds."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     for variant, per_run in evaluations.items():
         methods = dict.fromkeys(r.method for r in per_run[0])
         for method in methods:
             usable = [max((r for r in results if r.method == method and r.loss is not None), key=lambda r: r.length)
                       for results in per_run]  # fmt: skip
             curve = np.mean([r.by_position for r in usable], axis=0)
-            smooth = np.convolve(curve, np.ones(8) / 8, mode="valid")
+            smooth = np.convolve(curve, np.ones(16) / 16, mode="valid")
             style = "-" if method == "plain" else "--" if method == "linear" else ":"
-            ax.plot(np.arange(len(smooth)) + 4, smooth, style, color=COLORS.get(variant), label=label(variant, method))
+            ax.plot(np.arange(len(smooth)) + 8, smooth, style, color=COLORS.get(variant), label=label(variant, method))
     ax.axvline(context, color="black", lw=0.8)
-    ax.text(context, ax.get_ylim()[1], " training context", va="top", fontsize=8)
+    ax.text(context, ax.get_ylim()[0], " training context", va="bottom", fontsize=8)
     ax.set_xlabel("position in the window")
-    ax.set_ylabel("validation loss (nats/token, 8-position mean)")
+    ax.set_ylabel("validation loss (nats/token, 16-position mean)")
     ax.set_title("Loss along the window, past the training length")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
