@@ -90,12 +90,12 @@ def no_sync(model: nn.Module, sync: bool):
 
 def step_summary(loss: torch.Tensor, stop: bool, d: Dist) -> tuple[float, bool]:
     """The loss averaged over processes, and whether any process was asked to stop: one all-reduce."""
+    if not d.enabled:
+        return loss.item(), stop
     both = torch.stack([loss.detach().float().reshape(()), torch.tensor(float(stop), device=loss.device)])
-    if d.enabled:
-        dist.all_reduce(both)  # a sum: gloo has no average
-        both[0] /= d.world_size
+    dist.all_reduce(both)  # a sum: gloo has no average
     total_loss, stops = both.tolist()
-    return total_loss, stops > 0
+    return total_loss / d.world_size, stops > 0
 
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
