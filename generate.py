@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
+from torch._inductor.exc import InductorError
 
 from data.errors import DataError
 from data.tokenizer import Tokenizer
@@ -39,7 +41,10 @@ def parse_args(argv):
     p.add_argument("--device", default="auto", help="cuda, mps or cpu")
     p.add_argument("--dtype", choices=list(DTYPES), help="default: bfloat16 on CUDA, float32 elsewhere")
     p.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile (default: on CUDA)"
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the decode step (default: on CUDA; on a CPU it compiles for ~15 s, then decodes ~3x faster)",
     )
     return p.parse_args(argv)
 
@@ -101,7 +106,10 @@ def run(args) -> int:
             f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, the model {model.args.vocab_size}"
         )
     if args.compile if args.compile is not None else device.type == "cuda":
-        model.use_static_decode()
+        model.compile_decode()
+        start = time.perf_counter()
+        generate(model, tokenizer, prompts, max_new_tokens=3, temperature=0)  # compiles, so the timings below do not
+        print(f"[decode step compiled in {time.perf_counter() - start:.1f} s]", file=sys.stderr)
 
     for sample in range(args.num_samples):
         seed = None if args.seed is None else args.seed + sample
@@ -149,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (ValueError, DataError) as e:  # CheckpointError is a ValueError too
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (InductorError, BackendCompilerFailed) as e:  # e.g. no C++ compiler for a CPU build
+        reason = str(e).strip().splitlines()[0]
+        print(
+            f"error: torch.compile could not build the decode step ({reason}); run with --no-compile", file=sys.stderr
+        )
         return 2
 
 

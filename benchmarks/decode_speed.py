@@ -95,12 +95,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on CUDA")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=True, help="also time the compiled decode step"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    compile = args.compile if args.compile is not None else device.type == "cuda"
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name}, torch {torch.__version__}, {dtype}, prompt 16, 256 new tokens, greedy")
     print("| shape | batch | ours eager tok/s | ours compiled tok/s | HF generate tok/s |\n|---|---|---|---|---|")
@@ -108,9 +109,9 @@ def main():
         for batch in (1, 8, 32) if shape == "15M" else (1,):
             eager = ours(build(shape, device, dtype, batch), batch, 16, 256, args.repeats)
             compiled = "-"
-            if compile:
+            if args.compile:
                 model = build(shape, device, dtype, batch)
-                model.use_static_decode()
+                model.compile_decode()
                 compiled = f"{ours(model, batch, 16, 256, args.repeats):,.0f}"
             hf = huggingface(shape, device, dtype, 16, 256) if batch == 1 and not args.no_hf else None
             print(f"| {shape} | {batch} | {eager:,.0f} | {compiled} | {f'{hf:,.0f}' if hf else '-'} |", flush=True)

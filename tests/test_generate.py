@@ -1,5 +1,6 @@
 """Sampling through the KV cache: the same tokens as recomputing everything, batch or alone."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def test_the_static_decode_step_gives_the_same_tokens(tokenizer):
     expected = [r.tokens for r in generate(model, tokenizer, prompts, 25, temperature=0, stop_at_eos=False)]
     model.use_static_decode(compile=False)
     assert [r.tokens for r in generate(model, tokenizer, prompts, 25, temperature=0, stop_at_eos=False)] == expected
+
+
+@pytest.mark.compile
+def test_the_compiled_cpu_decode_step_gives_the_same_logits_and_tokens(tokenizer):
+    model, compiled = random_model(), random_model()
+    compiled.compile_decode()
+    tokens = torch.randint(3, 1024, (3, 40))
+    with torch.inference_mode():
+        for m in (model, compiled):
+            m.reset_cache(3)
+        for pos in range(8, 40):
+            chunk, start = (tokens[:, :8], 0) if pos == 8 else (tokens[:, pos - 1 : pos], pos - 1)
+            torch.testing.assert_close(compiled(chunk, start), model(chunk, start), rtol=1e-5, atol=1e-5)
+    prompts = ["Tom had a red ball.", "The sun"]
+    expected = [r.tokens for r in generate(model, tokenizer, prompts, 40, temperature=0, stop_at_eos=False)]
+    assert [r.tokens for r in generate(compiled, tokenizer, prompts, 40, temperature=0, stop_at_eos=False)] == expected
 
 
 def test_a_batch_of_different_lengths_equals_each_prompt_alone(tokenizer):
@@ -123,14 +140,15 @@ def trained_run(sample_data, tmp_path_factory):
     return out
 
 
-def run_generate(*args, stdin=None):
+def run_generate(*args, stdin=None, env=None):
     return subprocess.run(
         [sys.executable, "generate.py", *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,
         input=stdin,
-        timeout=120,
+        timeout=180,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -159,6 +177,22 @@ def test_generate_in_process_matches_the_library(trained_run, capsys):
     tok = Tokenizer(ckpt.resolve(trained_run) / "tokenizer.model")
     [expected] = generate(model, tok, ["Lily"], 12, temperature=0)
     assert capsys.readouterr().out.strip() == ("Lily" + expected.text).strip()
+
+
+@pytest.mark.compile
+def test_generate_script_compiled_on_cpu(trained_run, tmp_path):
+    args = (trained_run, "--prompt", "Tom", "--prompt", "The cat sat", "--max-new-tokens", "30", "--temperature", "0")
+    compiled = run_generate(*args, "--compile")
+    assert compiled.returncode == 0, compiled.stderr
+    assert "decode step compiled in" in compiled.stderr
+    assert compiled.stdout == run_generate(*args).stdout
+    no_compiler = run_generate(
+        *args, "--compile", env={"CXX": "/nonexistent", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    )
+    assert no_compiler.returncode == 2 and "Traceback" not in no_compiler.stderr
+    assert (
+        no_compiler.stderr.startswith("error: torch.compile could not build") and "--no-compile" in no_compiler.stderr
+    )
 
 
 @pytest.mark.parametrize(
