@@ -79,7 +79,8 @@ class Transformer(nn.Module):
         batch, length = tokens.shape
         self._check_positions(batch, length, start_pos)
         if self._decode_step is not None and length == 1 and start_pos is not None:
-            # compiled steps are specialised on input strides, and a column of a wider buffer has its row length's
+            # compiled steps are specialised on input strides; a column sliced from a wider token buffer has that
+            # buffer's row length as its stride, so hand them a fresh [B, 1] copy
             return self._decode_step(tokens.clone(memory_format=torch.contiguous_format), start_pos)
         return self.unchecked_forward(tokens, start_pos)
 
@@ -187,7 +188,7 @@ def compile_cpu_decode(forward):
 
     A CPU decode step is memory-bound matrix-vector products, which MKL runs on one thread through
     nn.Linear's transposed weight (2.2 ms for stories15M's 32000x288 output layer). Inductor's
-    C++ GEMM template, on weights frozen into the compiled code, takes 0.4 ms with both cores;
+    C++ GEMM template, on weights frozen into the compiled code, takes 0.4-0.55 ms on both cores;
     attention is decomposed (SDPA's MATH backend) so it fuses with its neighbours. The second
     position recompiles the step with start_pos symbolic (torch.compile's automatic dynamic shapes),
     and from then on one compiled step reads only the filled part of the cache at every position;
