@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .args import ModelArgs
+from .layers import dropout_layer
 from .position import apply_rope
 
 
@@ -50,7 +51,7 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
         self.dropout = args.dropout
-        self.resid_dropout = nn.Dropout(args.dropout)
+        self.resid_dropout = dropout_layer(args.dropout)
         self.cache: KVCache | None = None
 
     def forward(
@@ -62,7 +63,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x: [B, T, dim] -> [B, T, dim].
 
-        rope: cos, sin [T, head_dim // 2] for these positions, or None without RoPE.
+        rope: apply_rope's tables for these positions (see rope_tables), or None without RoPE.
         start_pos: None for a full causal pass that touches no cache; otherwise the position of
         x's first token, whose keys and values go into the cache (a 0-d tensor in the static
         decode step, see KVCache.update).
@@ -75,7 +76,7 @@ class Attention(nn.Module):
         k = self.wk(x).view(batch, length, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(batch, length, self.n_kv_heads, self.head_dim)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
 
         if start_pos is not None:

@@ -27,17 +27,23 @@ def rope_frequencies(head_dim: int, theta: float, scaling: str | None = None, fa
     return freqs.float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[2i], x[2i+1]) of x by the angle whose cos/sin are given.
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The angles' cos, sin [T, D // 2] laid out for apply_rope: (cos, cos) and (-sin, sin) per pair,
+    [T, 1, D // 2, 2] each, so that they broadcast over batch and heads."""
+    return torch.stack((cos, cos), dim=-1)[:, None], torch.stack((-sin, sin), dim=-1)[:, None]
 
-    x: [B, T, H, D]; cos, sin: [T, D // 2] (float32). Returns x's shape and dtype; the
-    rotation itself is computed in float32.
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate each pair (x[2i], x[2i+1]) of x by its angle: (a, b) -> (a cos - b sin, a sin + b cos).
+
+    x: [B, T, H, D]; rope: the two tables of rope_tables, [T, 1, D // 2, 2] (float32). Returns x's
+    shape and dtype; the rotation itself is computed in float32. Written as
+    (a, b) * (cos, cos) + (b, a) * (-sin, sin) it is four element-wise kernels; pulling the pairs
+    apart, rotating them and stacking them again is seven, and eager decoding launches it twice per layer.
     """
+    cos, sin = rope
     pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+    return (pairs * cos + pairs.flip(-1) * sin).flatten(-2).type_as(x)
 
 
 class Float32Table(nn.Module):
@@ -73,8 +79,8 @@ class RotaryEmbedding(Float32Table):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tables for positions start..start+length-1: two [length, head_dim // 2] tensors."""
-        return self.cos[start : start + length], self.sin[start : start + length]
+        """apply_rope's tables for positions start..start+length-1: two [length, 1, head_dim // 2, 2] tensors."""
+        return rope_tables(self.cos[start : start + length], self.sin[start : start + length])
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:

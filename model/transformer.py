@@ -10,8 +10,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .args import ModelArgs
 from .attention import Attention
-from .layers import FeedForward, RMSNorm, ffn_hidden_dim
-from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding
+from .layers import FeedForward, RMSNorm, dropout_layer, ffn_hidden_dim
+from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding, rope_tables
 
 
 class TransformerBlock(nn.Module):
@@ -46,7 +46,7 @@ class Transformer(nn.Module):
             self.pos_embeddings = SinusoidalPositionEmbedding(args.max_seq_len, args.dim)
         else:
             self.pos_embeddings = None
-        self.dropout = nn.Dropout(args.dropout)
+        self.dropout = dropout_layer(args.dropout)
         self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
@@ -113,7 +113,9 @@ class Transformer(nn.Module):
         if self.pos_embeddings is not None:
             table = self.pos_embeddings.weight if self.args.pos_embedding == "learned" else self.pos_embeddings.table
             h = h + table.index_select(0, at).to(h.dtype)
-        rope = (self.rope.cos.index_select(0, at), self.rope.sin.index_select(0, at)) if self.rope is not None else None
+        rope = None
+        if self.rope is not None:
+            rope = rope_tables(self.rope.cos.index_select(0, at), self.rope.sin.index_select(0, at))
         mask = (torch.arange(self.args.max_seq_len, device=tokens.device) <= pos)[None, :]
         for layer in self.layers:
             h = layer(h, rope, pos, mask)

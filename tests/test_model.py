@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from model import ModelArgs, Transformer
 from model.attention import Attention
 from model.layers import RMSNorm, ffn_hidden_dim
-from model.position import rope_frequencies
+from model.position import rope_frequencies, rope_tables
 
 SMALL = dict(dim=64, n_layers=2, n_heads=4, vocab_size=97, multiple_of=16, max_seq_len=48, max_batch_size=3)
 
@@ -156,7 +156,7 @@ def test_attention_matches_a_float64_reference():
     x = torch.randn(2, 17, args.dim)
     freqs = rope_frequencies(args.head_dim, args.rope_theta)
     angles = torch.arange(17)[:, None] * freqs
-    out = attn(x, (angles.cos(), angles.sin()))
+    out = attn(x, rope_tables(angles.cos(), angles.sin()))
     ref = reference_attention(attn, x, args.rope_theta)
     assert (out.double() - ref).norm() / ref.norm() < 1e-5
 

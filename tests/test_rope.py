@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from model.args import ModelArgs
-from model.position import RotaryEmbedding, apply_rope, rope_frequencies
+from model.position import RotaryEmbedding, apply_rope, rope_frequencies, rope_tables
 
 
 def rope_at(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0, **scaling) -> torch.Tensor:
     """Our apply_rope for x [B, T, H, D] placed at the given positions [T]."""
     freqs = rope_frequencies(x.shape[-1], theta, **scaling)
     angles = positions.float()[:, None] * freqs[None, :]
-    return apply_rope(x, angles.cos(), angles.sin())
+    return apply_rope(x, rope_tables(angles.cos(), angles.sin()))
 
 
 def roformer_complex(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
@@ -87,8 +87,9 @@ def test_ntk_scaling_raises_the_base():
 def test_table_stays_float32_when_the_model_is_cast():
     rope = RotaryEmbedding(ModelArgs(dim=64, n_heads=4, max_seq_len=4096)).to(torch.bfloat16)
     assert rope.cos.dtype == torch.float32
-    cos, _ = rope(4000, 1)
-    assert math.isclose(cos[0, 0].item(), math.cos(4000), abs_tol=1e-3)
+    cos, sin = rope(4000, 1)
+    assert math.isclose(cos[0, 0, 0, 0].item(), math.cos(4000), abs_tol=1e-3)
+    assert math.isclose(sin[0, 0, 0, 1].item(), math.sin(4000), abs_tol=1e-3)
 
 
 def test_sinusoidal_table_is_vaswanis_at_the_embeddings_scale():
