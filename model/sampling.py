@@ -99,26 +99,25 @@ def generate_tokens(
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
 
     is_prompt = tokens != PAD
-    lengths = torch.tensor([len(ids) for ids in prompts], device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    shortest = min(len(p) for p in prompts)
+    ends = [len(p) + max_new_tokens for p in prompts]
     with decode_attention_backends():
         prev = 0
-        for pos in range(min(len(p) for p in prompts), total):
+        for pos in range(shortest, total):
             logits = model(tokens[:, prev:pos], start_pos=prev)[:, -1]
             chosen = sample_next(logits, temperature, top_k, top_p, generator)
-            chosen = torch.where(is_prompt[:, pos], tokens[:, pos], chosen)
+            if pos < longest:  # rows still inside their prompt keep its token
+                chosen = torch.where(is_prompt[:, pos], tokens[:, pos], chosen)
             tokens[:, pos] = chosen
-            new = ~is_prompt[:, pos]
-            done |= new & (pos + 1 - lengths >= max_new_tokens)
-            if eos_id is not None:
-                done |= new & (chosen == eos_id)
             prev = pos
             if on_step is not None:
                 on_step(_new_tokens(tokens[0, : pos + 1].tolist(), len(prompts[0]), eos_id))
-            # asking the GPU whether all rows are done waits for it; do so every few tokens only
-            # (finished rows decode a few extra tokens, cut off below)
-            if (on_step is not None or pos % DONE_CHECK_EVERY == 0) and done.all():
-                break
+            # asking the GPU whether all rows are done waits for it; do so every few tokens only (finished
+            # rows decode a few extra tokens, cut off below), and keep the steps in between to the model,
+            # the choice and the write: on a GPU every further op is one more launch per token
+            if on_step is not None or pos % DONE_CHECK_EVERY == 0:
+                if _all_done(tokens[:, : pos + 1], is_prompt[:, : pos + 1], ends, eos_id):
+                    break
 
     results = []
     for row, ids in enumerate(prompts):
@@ -155,6 +154,17 @@ def generate(
         prompt_text = tokenizer.decode(ids[1:])  # decoded together, so a leading space of the first new piece stays
         completions.append(Completion(ids, new, tokenizer.decode(ids[1:] + new)[len(prompt_text) :], stop))
     return completions
+
+
+def _all_done(tokens: torch.Tensor, is_prompt: torch.Tensor, ends: list[int], eos_id: int | None) -> bool:
+    """Whether every row of tokens [B, filled] has either filled its last slot (ends[row]: prompt length plus
+    max_new_tokens) or written eos_id after its prompt."""
+    filled = tokens.shape[1]
+    counting = [row for row, end in enumerate(ends) if end > filled]
+    if not counting or eos_id is None:
+        return not counting
+    said_eos = ((tokens[counting] == eos_id) & ~is_prompt[counting]).any(dim=-1)
+    return bool(said_eos.all())
 
 
 def _new_tokens(row: list[int], prompt_len: int, eos_id: int | None) -> list[int]:

@@ -13,7 +13,7 @@ import train
 from data.tokenizer import Tokenizer
 from model import ModelArgs, Transformer
 from model import checkpoint as ckpt
-from model.sampling import generate, sample_next
+from model.sampling import generate, generate_tokens, sample_next
 from tests.conftest import REPO
 
 
@@ -87,6 +87,33 @@ class AlwaysEos(Transformer):
         logits = super().forward(tokens, start_pos)
         logits[..., 2] += 100.0
         return logits
+
+
+class EosInRowZero(Transformer):
+    """A model whose first row prefers eos (id 2) everywhere; it counts its forward passes."""
+
+    calls = 0
+
+    def forward(self, tokens, start_pos=None):
+        self.calls += 1
+        logits = super().forward(tokens, start_pos)
+        logits[0, :, 2] += 100.0
+        return logits
+
+
+def test_decoding_ends_once_every_row_is_done():
+    plain = random_model()
+    model = EosInRowZero(plain.args).eval()
+    model.load_state_dict(plain.state_dict())
+    # row 0 says eos at once; row 1 needs all its 10 tokens (the eos inside its prompt does not end it)
+    says_eos, long_prompt = [3, 4], [5, 2, *range(6, 24)]
+    [(first, why_first), (second, why_second)] = generate_tokens(model, [says_eos, long_prompt], 10, 0, eos_id=2)
+    assert (first, why_first) == ([], "eos") and why_second == "max_new_tokens"
+    assert [(second, why_second)] == generate_tokens(plain, [long_prompt], 10, 0, eos_id=2)
+    # row 0 says eos at position 20 and row 1 is done at 12: no need to go on to position 29
+    model.calls = 0
+    generate_tokens(model, [list(range(3, 23)), [5, 6]], 10, 0, eos_id=2)
+    assert model.calls < 28
 
 
 def test_rows_stop_at_eos_and_at_max_seq_len(tokenizer):
