@@ -42,7 +42,7 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
     apart, rotating them and stacking them again is seven, and eager decoding launches it twice per layer.
     """
     cos, sin = rope
-    pairs = x.float().unflatten(-1, (-1, 2))
+    pairs = x.unflatten(-1, (-1, 2))  # multiplied by the float32 tables, a bf16 x is widened inside the kernel
     return (pairs * cos + pairs.flip(-1) * sin).flatten(-2).type_as(x)
 
 

@@ -168,7 +168,11 @@ def test_rmsnorm_matches_float64_reference_and_keeps_dtype():
     x = torch.randn(4, 32) * 3
     ref = x.double() / (x.double().pow(2).mean(-1, keepdim=True) + 1e-6).sqrt() * norm.weight.double()
     assert torch.allclose(norm(x).double(), ref, atol=1e-5)
-    assert norm.to(torch.bfloat16)(x.bfloat16()).dtype == torch.bfloat16
+    # in bf16: normalised in float32, rounded once, then scaled in bf16 (Meta's order)
+    half, x16 = norm.to(torch.bfloat16), x.bfloat16()
+    x32 = x16.float()
+    normalised = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).bfloat16()
+    assert torch.equal(half(x16), normalised * half.weight)
 
 
 def test_tied_embeddings_share_one_matrix():

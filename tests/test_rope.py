@@ -33,6 +33,15 @@ def test_equals_the_complex_number_formula():
     assert torch.allclose(rope_at(x, positions).double(), roformer_complex(x, positions), atol=2e-5)
 
 
+def test_bf16_input_is_rotated_in_float32_and_rounded_once():
+    torch.manual_seed(7)
+    x = torch.randn(2, 40, 3, 16).bfloat16()
+    positions = torch.arange(40) * 31
+    rotated = rope_at(x, positions)
+    assert rotated.dtype == torch.bfloat16
+    assert torch.equal(rotated, rope_at(x.float(), positions).bfloat16())  # float32 is checked against RoFormer above
+
+
 def test_preserves_norms():
     torch.manual_seed(1)
     x = torch.randn(1, 64, 4, 32)
