@@ -64,7 +64,8 @@ class Float32Table(nn.Module):
 
 
 class RotaryEmbedding(Float32Table):
-    """cos/sin tables for positions 0..max_seq_len-1: buffers cos, sin of shape [max_seq_len, head_dim // 2]."""
+    """apply_rope's tables for positions 0..max_seq_len-1: buffers cos, sin of shape
+    [max_seq_len, 1, head_dim // 2, 2], laid out by rope_tables."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -75,12 +76,13 @@ class RotaryEmbedding(Float32Table):
         args = self.args
         freqs = rope_frequencies(args.head_dim, args.rope_theta, args.rope_scaling, args.rope_scaling_factor)
         angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float32), freqs).to(device)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = rope_tables(angles.cos(), angles.sin())
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """apply_rope's tables for positions start..start+length-1: two [length, 1, head_dim // 2, 2] tensors."""
-        return rope_tables(self.cos[start : start + length], self.sin[start : start + length])
+        """The tables for positions start..start+length-1: two [length, 1, head_dim // 2, 2] tensors."""
+        return self.cos[start : start + length], self.sin[start : start + length]
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .args import ModelArgs
 from .attention import Attention
 from .layers import FeedForward, RMSNorm, dropout_layer, ffn_hidden_dim
-from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding, rope_tables
+from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding
 
 
 class TransformerBlock(nn.Module):
@@ -113,9 +113,7 @@ class Transformer(nn.Module):
         if self.pos_embeddings is not None:
             table = self.pos_embeddings.weight if self.args.pos_embedding == "learned" else self.pos_embeddings.table
             h = h + table.index_select(0, at).to(h.dtype)
-        rope = None
-        if self.rope is not None:
-            rope = rope_tables(self.rope.cos.index_select(0, at), self.rope.sin.index_select(0, at))
+        rope = (self.rope.cos.index_select(0, at), self.rope.sin.index_select(0, at)) if self.rope is not None else None
         mask = (torch.arange(self.args.max_seq_len, device=tokens.device) <= pos)[None, :]
         for layer in self.layers:
             h = layer(h, rope, pos, mask)
