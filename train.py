@@ -18,6 +18,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
+from torch._inductor.exc import InductorError
 from tqdm import tqdm
 
 import configs
@@ -297,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (InductorError, BackendCompilerFailed) as e:  # e.g. no C++ compiler for a CPU build
+        reason = str(e).strip().splitlines()[0]
+        print(
+            f"error: torch.compile could not build the training step ({reason}); use --train.compile false",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 and answers user mistakes with one clear line."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -175,3 +176,18 @@ def test_the_script_exits_without_a_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: config file") and "Traceback" not in result.stderr
+
+
+def test_a_compile_failure_is_one_line_that_names_the_way_around(sample_data, tmp_path):
+    """torch.compile on a CPU needs a C++ compiler; without one the run stops before its first step."""
+    result = subprocess.run(
+        [sys.executable, "train.py", *base_args(sample_data, tmp_path / "run"), "--train.compile", "true"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CXX": "/nonexistent", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: torch.compile could not build the training step")
+    assert "--train.compile false" in result.stderr
+    assert ckpt.list_checkpoints(tmp_path / "run") == []
