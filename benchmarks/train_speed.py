@@ -82,7 +82,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES))
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the step (default: on CUDA only, as train.py)",
+    )
     parser.add_argument("--mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -92,7 +96,7 @@ def main():
     else:
         print(f"# CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
     shapes = args.shapes or (["15M", "42M", "110M"] if device.type == "cuda" else ["tiny"])
-    compile = device.type == "cuda" and not args.no_compile
+    compile = args.compile if args.compile is not None else device.type == "cuda"
     print(
         "| shape | params | batch | tokens/s | ms/step | MFU | peak GiB | compile |\n|---|---|---|---|---|---|---|---|"
     )
