@@ -43,7 +43,9 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
     """
     cos, sin = rope
     pairs = x.unflatten(-1, (-1, 2))  # multiplied by the float32 tables, a bf16 x is widened inside the kernel
-    return (pairs * cos + pairs.flip(-1) * sin).flatten(-2).type_as(x)
+    # (b, a) by stacking, not pairs.flip(-1): inductor's C++ code for a flip made a compiled CPU decode step 10% slower
+    swapped = torch.stack(pairs.unbind(-1)[::-1], dim=-1)
+    return (pairs * cos + swapped * sin).flatten(-2).type_as(x)
 
 
 class Float32Table(nn.Module):
