@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch._dynamo.exc import BackendCompilerFailed
-from torch._inductor.exc import InductorError
 
 from data.errors import DataError
 from data.tokenizer import Tokenizer
 from model import checkpoint as ckpt
 from model.sampling import check_sampling, generate
+from model.transformer import COMPILE_ERRORS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as e:  # CheckpointError is a ValueError too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (InductorError, BackendCompilerFailed) as e:  # e.g. no C++ compiler for a CPU build
+    except COMPILE_ERRORS as e:
         reason = str(e).strip().splitlines()[0]
         print(
             f"error: torch.compile could not build the decode step ({reason}); run with --no-compile", file=sys.stderr

@@ -18,8 +18,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from torch._dynamo.exc import BackendCompilerFailed
-from torch._inductor.exc import InductorError
 from tqdm import tqdm
 
 import configs
@@ -30,6 +28,7 @@ from data.tokenizer import Tokenizer
 from model import Transformer
 from model import checkpoint as ckpt
 from model.sampling import generate
+from model.transformer import COMPILE_ERRORS
 from training import distributed
 from training.config import DEFAULT_CONFIG, load_run_config
 from training.flops import flops_per_token, peak_flops
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (InductorError, BackendCompilerFailed) as e:  # e.g. no C++ compiler for a CPU build
+    except COMPILE_ERRORS as e:
         reason = str(e).strip().splitlines()[0]
         print(
             f"error: torch.compile could not build the training step ({reason}); use --train.compile false",

@@ -5,6 +5,7 @@ import math
 
 import torch
 from torch import nn
+from torch._dynamo.exc import BackendCompilerFailed
 from torch._inductor import config as inductor_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -12,6 +13,13 @@ from .args import ModelArgs
 from .attention import Attention
 from .layers import FeedForward, RMSNorm, dropout_layer, ffn_hidden_dim
 from .position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding
+
+try:  # what torch.compile raises when it cannot build code (no C++ compiler for a CPU build, say)
+    from torch._inductor.exc import InductorError
+
+    COMPILE_ERRORS: tuple[type[Exception], ...] = (InductorError, BackendCompilerFailed)
+except ImportError:  # torch 2.6 reports every backend failure as BackendCompilerFailed
+    COMPILE_ERRORS = (BackendCompilerFailed,)
 
 
 class TransformerBlock(nn.Module):
