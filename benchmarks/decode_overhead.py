@@ -78,9 +78,9 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name}, torch {torch.__version__}, {dtype}, {TINY}, batch 1, greedy, {new} new tokens")
     print("| per new token | ops | kernels | views | input back | us (median) |\n|---|---|---|---|---|---|")
-    for name, ops, count in (("one forward", forward.ops, 1), ("generate_tokens", whole.ops, new)):
+    for label, ops, count in (("one forward", forward.ops, 1), ("generate_tokens", whole.ops, new)):
         row = [f"{n / count:.0f}" for n in (ops.total(), ops["kernel"], ops["view"], ops["input back"])]
-        print(f"| {name} | {' | '.join(row)} | {'-' if count == 1 else f'{1e6 * median(seconds) / new:.0f}'} |")
+        print(f"| {label} | {' | '.join(row)} | {'-' if count == 1 else f'{1e6 * median(seconds) / new:.0f}'} |")
 
 
 if __name__ == "__main__":
