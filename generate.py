@@ -20,6 +20,7 @@ import torch
 from data.errors import DataError
 from data.tokenizer import Tokenizer
 from model import checkpoint as ckpt
+from model.device import pick_device
 from model.sampling import check_sampling, generate
 from model.transformer import COMPILE_ERRORS
 
@@ -61,14 +62,6 @@ def read_prompts(args) -> list[str]:
     return prompts or [""]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 class Stream:
     """Print row 0's text as it grows (decoding the whole row each time keeps multi-byte characters whole)."""
 
@@ -91,7 +84,7 @@ def run(args) -> int:
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise ValueError("--max-new-tokens and --num-samples must be at least 1")
     prompts = read_prompts(args)
-    device = pick_device(args.device)
+    device = torch.device(pick_device(args.device))
     dtype = DTYPES[args.dtype] if args.dtype else torch.bfloat16 if device.type == "cuda" else torch.float32
     folder = ckpt.resolve(args.checkpoint)
     if not (folder / ckpt.TOKENIZER).is_file():

@@ -27,6 +27,7 @@ from data.prepare import prepare
 from data.tokenizer import Tokenizer
 from model import Transformer
 from model import checkpoint as ckpt
+from model.device import DeviceError, pick_device
 from model.sampling import generate
 from model.transformer import COMPILE_ERRORS
 from training import distributed
@@ -37,7 +38,7 @@ from training.metrics import MetricsLog
 from training.optimizer import build_optimizer
 from training.schedule import learning_rate
 
-USER_ERRORS = (configs.ConfigError, DataError, ckpt.CheckpointError)
+USER_ERRORS = (configs.ConfigError, DataError, ckpt.CheckpointError, DeviceError)
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,16 +54,6 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto", help="cuda, mps or cpu (default: the first available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_known_args(argv)
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name not in ("cuda", "mps", "cpu"):
-        raise configs.ConfigError(f"--device must be cuda, mps, cpu or auto, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise configs.ConfigError("--device cuda, but no CUDA GPU is visible; use --device cpu")
-    return name
 
 
 def load_config(args, overrides) -> tuple[dict, Path, Path | None]:

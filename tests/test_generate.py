@@ -229,10 +229,11 @@ def test_generate_script_compiled_on_cpu(trained_run, tmp_path):
         (["--top-p", "0"], "top_p must be in (0, 1]"),
         (["--top-p", "1.5"], "top_p must be in (0, 1]"),
         (["--top-k", "-2"], "top_k must be >= 0"),
+        (["--device", "tpu"], "--device must be cuda, mps, cpu or auto"),
         (["--prompt", "once upon a time " * 40], "leaves no room in max_seq_len=64"),
     ],
 )
-def test_bad_sampling_input_gets_one_clear_line(trained_run, extra, message):
+def test_bad_generation_input_gets_one_clear_line(trained_run, extra, message):
     result = run_generate(trained_run, *extra)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr and "Traceback" not in result.stderr
